@@ -1,0 +1,1 @@
+"""HWM and fence stores: SQLite (one host) and etcd (several hosts)."""
