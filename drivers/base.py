@@ -10,7 +10,7 @@ import abc
 from typing import Literal
 
 Kind = Literal["block", "preattestation", "attestation"]
-# Device high watermark per kind: (level, round). Round may be None when the device only keeps a level.
+# Device high watermark per kind: (level, round); round is None when the device keeps only a level.
 DeviceHWM = dict[Kind, tuple[int, int | None]]
 
 
@@ -23,7 +23,7 @@ class BackendError(Exception):
 class BackendUnavailable(BackendError):
     """The backend cannot sign right now (unplugged, reconnecting, locked): HTTP 503.
 
-    Raised by `ensure_ready` before the store step, so that an unready device costs no level."""
+    Raised by `ensure_ready` before the store step, so an unready device costs no level."""
 
     status = 503
 
@@ -105,5 +105,5 @@ class Backend(abc.ABC):
         """Raise the device's own high watermark to `level` (raise-only)."""
         raise NotSupported(f"{self.display_uri}: cannot set the device high watermark")
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release the device or connection."""

@@ -18,7 +18,7 @@ class Advance:
 
 @dataclass(frozen=True, slots=True)
 class Cached:
-    """Identical bytes at the recorded (L, R) with a stored signature: answer it, no backend call."""
+    """Identical bytes at the recorded (L, R) with a stored signature: answer it, no backend."""
 
     signature: str
 
@@ -41,13 +41,16 @@ def fence_refusal(fence: Fence | None, guard_id: str, epoch: int | None) -> Refu
         return Refused(503, "not_holder", f"guard {guard_id} does not hold the fence (no fence)")
     if fence.holder == "":
         return Refused(
-            503, "released", f"guard {guard_id} does not hold the fence: it was released "
-            f"(epoch {fence.epoch})"
+            503,
+            "released",
+            f"guard {guard_id} does not hold the fence: it was released (epoch {fence.epoch})",
         )
     if fence.holder != guard_id or fence.epoch != epoch:
         return Refused(
-            503, "not_holder", f"guard {guard_id} does not hold the fence: holder is "
-            f"{fence.holder!r} at epoch {fence.epoch} (this guard had epoch {epoch})"
+            503,
+            "not_holder",
+            f"guard {guard_id} does not hold the fence: holder is "
+            f"{fence.holder!r} at epoch {fence.epoch} (this guard had epoch {epoch})",
         )
     return None
 
@@ -77,7 +80,8 @@ def decide(
         )
     if lvl <= fence.fence_level:
         return Refused(
-            409, "fence_level",
+            409,
+            "fence_level",
             f"{kind} level {lvl} not above fence level {fence.fence_level} (epoch {fence.epoch})",
         )
     if record is not None and (lvl, rnd) < (record.level, record.round):

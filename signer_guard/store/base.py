@@ -82,8 +82,9 @@ class Store(abc.ABC):
         as it stands afterwards (which names another guard if it lost the race)."""
 
     @abc.abstractmethod
-    async def takeover(self, guard_id: str, fence_level: int,
-                       keys: Iterable[HWMKey], expected: Fence | None) -> TakeoverResult:
+    async def takeover(
+        self, guard_id: str, fence_level: int, keys: Iterable[HWMKey], expected: Fence | None
+    ) -> TakeoverResult:
         """Failover's single atomic write: fence {epoch+1, guard_id, max(old, fence_level)}; every
         record below (fence_level, 0) raised to it with hash/signature null; missing records of
         `keys` created. `expected` is the fence the caller read; if it changed → FenceConflict."""
@@ -110,8 +111,9 @@ class Store(abc.ABC):
     async def get_record(self, key: HWMKey) -> HWMRecord | None: ...
 
     @abc.abstractmethod
-    async def set_record(self, key: HWMKey, level: int, round_: int, *,
-                         allow_lower: bool = False) -> SetResult:
+    async def set_record(
+        self, key: HWMKey, level: int, round_: int, *, allow_lower: bool = False
+    ) -> SetResult:
         """Raise (or, with allow_lower, set) one record; hash and signature become null."""
 
     @abc.abstractmethod
