@@ -47,23 +47,35 @@ def _checksum(data: bytes) -> bytes:
     return hashlib.sha256(hashlib.sha256(data).digest()).digest()[:4]
 
 
+_CHUNK = 10  # base58 digits per machine-sized division step
+_CHUNK_BASE = 58**_CHUNK
+
+
 def b58encode(data: bytes) -> str:
     n = int.from_bytes(data, "big")
-    out = []
+    digits: list[str] = []
+    # Divide by 58^10 on the big integer, then split each chunk with small-int arithmetic.
     while n:
-        n, r = divmod(n, 58)
-        out.append(ALPHABET[r])
+        n, chunk = divmod(n, _CHUNK_BASE)
+        for _ in range(_CHUNK):
+            chunk, r = divmod(chunk, 58)
+            digits.append(ALPHABET[r])
+    text = "".join(reversed(digits)).lstrip("1")
     pad = len(data) - len(data.lstrip(b"\0"))
-    return "1" * pad + "".join(reversed(out))
+    return "1" * pad + text
 
 
 def b58decode(text: str) -> bytes:
     n = 0
-    for i, c in enumerate(text):
-        try:
-            n = n * 58 + _INDEX[c]
-        except KeyError:
-            raise Base58Error(f"invalid base58 character {c!r} at position {i}") from None
+    for start in range(0, len(text), _CHUNK):
+        part = text[start : start + _CHUNK]
+        chunk = 0
+        for i, c in enumerate(part, start):
+            try:
+                chunk = chunk * 58 + _INDEX[c]
+            except KeyError:
+                raise Base58Error(f"invalid base58 character {c!r} at position {i}") from None
+        n = n * 58 ** len(part) + chunk
     pad = len(text) - len(text.lstrip("1"))
     body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
     return b"\0" * pad + body

@@ -7,12 +7,12 @@ import sys
 from collections.abc import Sequence
 
 from signer_guard import __version__
-from signer_guard.cli import decode
+from signer_guard.cli import decode, hwm, serve, status
 
 # Exit codes (spec README): 0 ok, 1 operational error, 2 usage error, 3 refused for safety.
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
-COMMANDS = (decode,)
+COMMANDS = (serve, decode, hwm, status)
 
 
 def build_parser() -> argparse.ArgumentParser:
