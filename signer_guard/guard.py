@@ -106,6 +106,7 @@ class Guard:
         self.store_ok = True
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
+        self._published: str | None = None
 
     # ---------------------------------------------------------------- state -------------------
     @property
@@ -155,7 +156,11 @@ class Guard:
         self._publish_state()
 
     def _publish_state(self) -> None:
-        self.metrics.set_state(self.state)
+        state = self.state
+        if state != self._published:
+            self._published = state
+            self._background(self._publish_alive(state, self.epoch))
+        self.metrics.set_state(state)
         self.metrics.epoch.set(self.epoch or 0)
         self.metrics.fence_level.set(self.fence.fence_level if self.fence else 0)
 
@@ -486,6 +491,12 @@ class Guard:
             self.journal.record_nowait(_entry(pkh, req, decision, signature, None))
         except Exception as exc:
             log.error("journal write failed: %s", exc)
+
+    async def _publish_alive(self, state: str, epoch: int | None) -> None:
+        try:
+            await self.store.set_alive_state(state, epoch)
+        except StoreError as exc:
+            log.warning("could not publish state %s to the store: %s", state, exc)
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

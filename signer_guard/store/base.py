@@ -71,6 +71,10 @@ class Store(abc.ABC):
         exclusive flock on `<db>.<guard_id>.lock`, etcd keeps `P/alive/<guard_id>` under a lease.
         Raise GuardIdInUse otherwise. Held until `close`."""
 
+    async def set_alive_state(self, state: str, epoch: int | None = None) -> None:  # noqa: B027
+        """Publish this guard's state where other guards can see it (etcd's liveness key).
+        A store without such a place (SQLite) ignores it."""
+
     # -- fence --------------------------------------------------------------------------------
     @abc.abstractmethod
     async def read_fence(self) -> Fence | None:
