@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): measurements to report, not timed tests."""

@@ -1,0 +1,9 @@
+"""`make bench`: every benchmark, with its table."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bench import guard_latency
+
+asyncio.run(guard_latency.main(2000, 10.0))

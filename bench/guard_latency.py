@@ -1,0 +1,121 @@
+"""Added latency of the guard over calling the upstream directly, and throughput with SQLite.
+
+Run: `python -m bench.guard_latency` (part of `make bench`). The upstream is a software tz1 key
+behind an Octez-compatible HTTP signer on loopback; the guard runs as its own process with a real
+SQLite store in a temp dir (WAL, synchronous=FULL). Direct and guarded calls alternate in one run,
+so both see the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bench.stats import summary_ms, table
+from signer_guard import keys
+from signer_guard.forge import forge_consensus
+from tests.fakes.upstream_signer import FakeUpstreamSigner
+from tests.guard_proc import GuardProcess
+
+MAINNET = "NetXdQprcVkpaWU"
+
+
+async def _post(session: aiohttp.ClientSession, url: str, data: bytes) -> float:
+    body = json.dumps(data.hex()) + "\n"
+    started = time.perf_counter()
+    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+        await r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{url} answered {r.status}")
+    return time.perf_counter() - started
+
+
+async def latency(n: int, work: Path) -> list[tuple[str, ...]]:
+    sk = keys.SecretKey.generate("ed25519")
+    async with FakeUpstreamSigner([sk]) as upstream:
+        guard = GuardProcess(work / "lat", keys=[upstream.key_url(sk.pkh)], log_level="WARNING")
+        await guard.astart()
+        try:
+            direct, guarded = [], []
+            async with aiohttp.ClientSession() as session:
+                for level in range(1, 51):  # warm-up
+                    await _post(
+                        session,
+                        f"{upstream.url}/keys/{sk.pkh}",
+                        forge_consensus("attestation", 21, MAINNET, level, 0),
+                    )
+                    await _post(
+                        session,
+                        f"{guard.url}keys/{sk.pkh}",
+                        forge_consensus("attestation", 21, MAINNET, level, 0),
+                    )
+                for level in range(100, 100 + n):
+                    data = forge_consensus("attestation", 21, MAINNET, level, 0)
+                    direct.append(await _post(session, f"{upstream.url}/keys/{sk.pkh}", data))
+                    guarded.append(await _post(session, f"{guard.url}keys/{sk.pkh}", data))
+        finally:
+            await guard.astop()
+    d50, d99, _ = summary_ms(direct)
+    g50, g99, _ = summary_ms(guarded)
+    added = [g - d for g, d in zip(sorted(guarded), sorted(direct), strict=True)]
+    a50, a99, _ = summary_ms(added)
+    return [
+        ("upstream directly", f"{d50:.3f}", f"{d99:.3f}", str(n)),
+        ("through the guard", f"{g50:.3f}", f"{g99:.3f}", str(n)),
+        ("added by the guard", f"{a50:.3f}", f"{a99:.3f}", "(target ≤ 1 / ≤ 5)"),
+    ]
+
+
+async def throughput(seconds: float, n_keys: int, concurrency: int, work: Path) -> tuple[str, ...]:
+    secrets = [keys.SecretKey.generate("ed25519") for _ in range(n_keys)]
+    guard = GuardProcess(
+        work / "tput", keys=[f"unencrypted:{s.b58}" for s in secrets], log_level="WARNING"
+    )
+    await guard.astart()
+    done = 0
+    try:
+        levels = {s.pkh: 0 for s in secrets}
+        deadline = time.monotonic() + seconds
+
+        async def worker(i: int, session: aiohttp.ClientSession) -> None:
+            nonlocal done
+            pkh = secrets[i % n_keys].pkh
+            while time.monotonic() < deadline:
+                levels[pkh] += 1
+                data = forge_consensus("attestation", 21, MAINNET, levels[pkh], 0)
+                await _post(session, f"{guard.url}keys/{pkh}", data)
+                done += 1
+
+        conn = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=conn) as session:
+            started = time.monotonic()
+            await asyncio.gather(*(worker(i, session) for i in range(concurrency)))
+            elapsed = time.monotonic() - started
+    finally:
+        await guard.astop()
+    return ("software tz1 keys, SQLite", str(n_keys), str(concurrency), f"{done / elapsed:.0f}")
+
+
+async def main(n: int, seconds: float) -> None:
+    with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
+        work = Path(tmp)
+        rows = await latency(n, work)
+        print(f"\nAdded latency, software tz1 key behind an upstream on loopback ({n} signatures)")
+        print(table(rows, ("path", "median ms", "p99 ms", "n")))
+        row = await throughput(seconds, 8, 32, work)
+        print(f"\nThroughput for {seconds:.0f} s (target ≥ 1000 signatures/s on 2 cores)")
+        print(table([row], ("setup", "keys", "concurrency", "signatures/s")))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=2000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    a = ap.parse_args()
+    asyncio.run(main(a.n, a.seconds))
