@@ -18,6 +18,7 @@ from drivers.base import Backend, BackendError, DeviceHWMRefusal, UnknownOutcome
 from signer_guard import codec, keys
 from signer_guard.auth import Authorizer
 from signer_guard.device_sync import check_device
+from signer_guard.faults import crash_point
 from signer_guard.journal import Journal, JournalEntry
 from signer_guard.metrics import Metrics
 from signer_guard.model import Fence, HWMKey, SignIntent, utc_now
@@ -299,6 +300,7 @@ class Guard:
             self.policy.check(pkh, req, self.node.fresh_level)
         except PolicyRefusal as exc:
             raise self._refuse(pkh, req, 403, "policy", str(exc)) from None
+        crash_point("decoded")
         if slot.disabled:
             raise self._refuse(
                 pkh, req, 503, "unavailable", f"key {pkh} is disabled: {slot.disabled}"
@@ -355,6 +357,7 @@ class Guard:
                     result = "hwm_refused" if decision.reason == "hwm" else "fence_refused"
                 raise self._refuse(pkh, req, decision.status, result, decision.message)
             assert isinstance(decision, Advance)
+            crash_point("advanced")
             self.store_ok = True
             self.metrics.last_commit.set(time.time())
             self.metrics.hwm_level.labels(req.chain_id, pkh, req.hwm_kind).set(req.level)
@@ -387,6 +390,7 @@ class Guard:
     ) -> str:
         pkh = slot.backend.pkh
         started = time.perf_counter()
+        crash_point("backend_called")
         try:
             raw_sig = await slot.backend.sign(data, version=version)
         except DeviceHWMRefusal as exc:
@@ -416,11 +420,12 @@ class Guard:
             self.metrics.backend_seconds.labels(slot.backend.backend_type).observe(
                 time.perf_counter() - started
             )
+        crash_point("backend_replied")
         signature = self._checked_signature(slot, req, data, raw_sig, version)
         if intent is not None:
             # The cache write is not needed for safety; it is queued on the store's single
             # worker, ahead of any later advance, and does not delay this answer.
-            self._background(self.store.store_signature(intent, signature, epoch))
+            self._background(self._store_signature(intent, signature, epoch))
         slot.last_signed = {
             "kind": req.hwm_kind or req.kind,
             "level": req.level,
@@ -491,6 +496,10 @@ class Guard:
             self.journal.record_nowait(_entry(pkh, req, decision, signature, None))
         except Exception as exc:
             log.error("journal write failed: %s", exc)
+
+    async def _store_signature(self, intent: SignIntent, signature: str, epoch: int) -> None:
+        await self.store.store_signature(intent, signature, epoch)
+        crash_point("signature_stored")
 
     async def _publish_alive(self, state: str, epoch: int | None) -> None:
         try:

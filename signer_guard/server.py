@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from drivers.base import BackendError
-from signer_guard import b58, codec
+from signer_guard import b58, codec, faults
+from signer_guard.faults import crash_point
 from signer_guard.guard import Guard, Refusal, UnknownKey
 
 log = logging.getLogger("signer_guard.http")
@@ -116,6 +117,7 @@ async def sign(request: web.Request) -> web.Response:
     try:
         version = _parse_version(request)
         data = await _read_hex_body(request)
+        crash_point("received")
         signature = await guard.sign(
             pkh, data, version=version, authentication=request.query.get("authentication")
         )
@@ -123,7 +125,12 @@ async def sign(request: web.Request) -> web.Response:
         return empty(404)
     except Refusal as exc:
         return trace(exc.status, exc.message)
-    return ok({"signature": signature})
+    resp = ok({"signature": signature})
+    if faults.enabled():  # write the answer now, so a crash can follow it
+        await resp.prepare(request)
+        await resp.write_eof()
+        crash_point("response_sent")
+    return resp
 
 
 async def prove_possession(request: web.Request) -> web.Response:
