@@ -9,9 +9,17 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from signer_guard import b58
 
@@ -32,6 +40,15 @@ def default_store() -> str:
     return str(state_dir() / "store.sqlite")
 
 
+def _chain_id(value: str) -> str:
+    b58.decode("Net", value)
+    return value
+
+
+ChainId = Annotated[str, AfterValidator(_chain_id)]
+Byte = Annotated[int, Field(ge=0, le=255)]
+
+
 def _baking_kinds() -> list[GenericKind]:
     return ["block", "preattestation", "attestation"]
 
@@ -41,7 +58,7 @@ class KeyPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     kinds: list[GenericKind] = Field(default_factory=_baking_kinds)
-    allow_generic: list[int] | None = None
+    allow_generic: list[Byte] | None = None
 
 
 class Config(BaseModel):
@@ -54,9 +71,9 @@ class Config(BaseModel):
     guard_id: str = Field(default_factory=socket.gethostname)
     standby: bool = False
     node: str | None = None
-    allowed_magic: list[int] = Field(default_factory=lambda: [0x11, 0x12, 0x13])
-    allowed_chains: list[str] = Field(default_factory=list)
-    allow_generic: list[int] = Field(default_factory=list)
+    allowed_magic: list[Byte] = Field(default_factory=lambda: [0x11, 0x12, 0x13])
+    allowed_chains: list[ChainId] = Field(default_factory=list)
+    allow_generic: list[Byte] = Field(default_factory=list)
     max_levels_ahead: int = Field(default=64, ge=1)
     authorized_keys: list[str] = Field(default_factory=list)
     verify_signatures: bool = True
@@ -69,21 +86,6 @@ class Config(BaseModel):
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
     key_policy: dict[str, KeyPolicy] = Field(default_factory=dict)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-    @field_validator("allowed_chains")
-    @classmethod
-    def _chains(cls, value: list[str]) -> list[str]:
-        for chain in value:
-            b58.decode("Net", chain)
-        return value
-
-    @field_validator("allowed_magic", "allow_generic")
-    @classmethod
-    def _bytes(cls, value: list[int]) -> list[int]:
-        for v in value:
-            if not 0 <= v <= 255:
-                raise ValueError(f"{v} is not a byte value (0..255)")
-        return value
 
     @field_validator("key_policy")
     @classmethod
