@@ -7,12 +7,12 @@ import sys
 from collections.abc import Sequence
 
 from signer_guard import __version__
-from signer_guard.cli import decode, hwm, serve, status
+from signer_guard.cli import decode, devices, failover, hwm, release, serve, status
 
 # Exit codes (spec README): 0 ok, 1 operational error, 2 usage error, 3 refused for safety.
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
-COMMANDS = (serve, decode, hwm, status)
+COMMANDS = (serve, decode, hwm, status, failover, release, devices)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from signer_guard.model import Fence, HWMKey, HWMRecord, SignIntent
 from signer_guard.rule import Decision
@@ -57,6 +58,8 @@ class Store(abc.ABC):
     """One namespace (one SQLite file or one etcd prefix) = one chain."""
 
     kind: str = "abstract"  # "sqlite" | "etcd"
+    #: whether guards publish their state here under a lease (`read_alive` can answer)
+    keeps_liveness: bool = False
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -74,6 +77,11 @@ class Store(abc.ABC):
     async def set_alive_state(self, state: str, epoch: int | None = None) -> None:  # noqa: B027
         """Publish this guard's state where other guards can see it (etcd's liveness key).
         A store without such a place (SQLite) ignores it."""
+
+    async def read_alive(self, guard_id: str) -> dict[str, Any] | None:
+        """The live state another guard published (etcd's liveness key); None when the store
+        keeps none (SQLite) or the guard's lease has expired."""
+        return None
 
     # -- fence --------------------------------------------------------------------------------
     @abc.abstractmethod

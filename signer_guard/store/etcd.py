@@ -87,6 +87,7 @@ class EtcdStore(Store):
     """HWM records, the signature cache and the fence under one etcd prefix."""
 
     kind = "etcd"
+    keeps_liveness = True
 
     def __init__(
         self,
