@@ -42,3 +42,7 @@ bench: setup $(ETCD)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# 10 minutes of mixed load (MINUTES=N to change): resident memory growth and file descriptors.
+soak: setup
+	$(BIN)/python -m bench.soak --minutes $(or $(MINUTES),10)

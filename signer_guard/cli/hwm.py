@@ -161,7 +161,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.format == "json":
         text = hwm_io.export_json(records)
         if args.path and args.path != "-":
-            Path(args.path).write_text(text + "\n")
+            hwm_io.write_atomic(Path(args.path), text + "\n")  # mkstemp: mode 0600
         else:
             print(text)
         return 0
