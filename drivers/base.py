@@ -44,7 +44,7 @@ class DeviceHWMRefusal(BackendError):
 
 
 class NotSupported(BackendError):
-    """The backend cannot do this (e.g. proof of possession on a Ledger, BLS version 1): HTTP 403."""
+    """The backend cannot do this (e.g. proof of possession on a Ledger): HTTP 403."""
 
     status = 403
 
