@@ -24,12 +24,15 @@ from signer_guard.metrics import Metrics
 from signer_guard.model import Fence, HWMKey, SignIntent, utc_now
 from signer_guard.node import NodeHead
 from signer_guard.policy import Policy, PolicyRefusal
-from signer_guard.rule import Advance, Cached, Refused
+from signer_guard.rule import Advance, Cached, Refused, fence_refusal
 from signer_guard.store.base import Store, StoreError, StoreUnavailable
 
 log = logging.getLogger("signer_guard")
 
 FENCE_POLL_SECONDS = 1.0
+# How long an answer waits for its signature-cache write (watermark-rules.md §1.2: after the
+# cache write, a retry gets the cached signature). A store stuck longer does not hold it back.
+CACHE_WRITE_WAIT_SECONDS = 0.5
 
 
 class Refusal(Exception):
@@ -104,7 +107,12 @@ class Guard:
         self.epoch: int | None = None  # the epoch this process holds, None when not the holder
         self.fence: Fence | None = None
         self.was_fenced = False
+        self.lost_epoch: int | None = None  # the epoch this process held when it was fenced
         self.store_ok = True
+        self.store_error: str | None = None  # why the store is unusable, shown in /status
+        # The start-up claim failed on a store error (e.g. a read-only store): the fence poll
+        # retries the claim instead of reading, and the guard shows `degraded` until it works.
+        self.claim_pending = False
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
         self._published: str | None = None
@@ -113,6 +121,8 @@ class Guard:
     @property
     def state(self) -> str:
         if self.epoch is None:
+            if self.claim_pending:
+                return "degraded"
             return "fenced" if self.was_fenced else "standby"
         if not self.store_ok or not any(s.started and not s.disabled for s in self.slots):
             return "degraded"
@@ -150,6 +160,7 @@ class Guard:
                     epoch,
                 )
                 self.was_fenced = True
+                self.lost_epoch = self.epoch
                 self.metrics.fenced.inc()
             self.epoch = None
         if self.state != before:
@@ -166,17 +177,22 @@ class Guard:
         self.metrics.fence_level.set(self.fence.fence_level if self.fence else 0)
 
     async def poll_fence_once(self) -> None:
+        fence: Fence | None
         try:
-            fence = await self.store.read_fence()
+            if self.claim_pending:
+                fence = await self.store.claim_initial_fence(self.guard_id)
+                self.claim_pending = False
+            else:
+                fence = await self.store.read_fence()
         except StoreError as exc:
-            if self.store_ok:
+            if self.store_ok or str(exc) != self.store_error:
                 log.error("store unavailable: %s (refusing to sign until it is back)", exc)
-            self.store_ok = False
+            self.store_ok, self.store_error = False, str(exc)
             self._publish_state()
             return
         if not self.store_ok:
             log.warning("store reachable again")
-        self.store_ok = True
+        self.store_ok, self.store_error = True, None
         self.apply_fence(fence)
 
     async def _fence_loop(self) -> None:
@@ -194,7 +210,12 @@ class Guard:
         if self.standby_requested:
             fence = await self.store.read_fence()
         else:
-            fence = await self.store.claim_initial_fence(self.guard_id)
+            try:
+                fence = await self.store.claim_initial_fence(self.guard_id)
+            except StoreUnavailable as exc:
+                log.error("cannot claim the fence: %s (degraded; retrying every second)", exc)
+                fence, self.claim_pending = None, True
+                self.store_ok, self.store_error = False, str(exc)
         self.apply_fence(fence)
         for slot in self.slots:
             if slot.started:
@@ -316,7 +337,8 @@ class Guard:
                 "fence and signs nothing",
             )
         async with self.locks[pkh]:
-            if req.hwm_kind is None:  # generic 0x03, allowed by policy: no watermark
+            if req.hwm_kind is None:  # generic 0x03, allowed by policy: no watermark,
+                await self._check_fence_now(pkh, req, epoch)  # but still only the holder
                 return await self._call_backend(slot, req, data, version, None, epoch)
             assert req.chain_id is not None and req.level is not None and req.round is not None
             intent = SignIntent(
@@ -339,7 +361,7 @@ class Guard:
             try:
                 decision = await self.store.advance(intent, self.guard_id, epoch)
             except StoreUnavailable as exc:
-                self.store_ok = False
+                self.store_ok, self.store_error = False, str(exc)
                 self._publish_state()
                 raise self._refuse(
                     pkh, req, 503, "unavailable", f"store unavailable, not signed: {exc}"
@@ -358,10 +380,21 @@ class Guard:
                 raise self._refuse(pkh, req, decision.status, result, decision.message)
             assert isinstance(decision, Advance)
             crash_point("advanced")
-            self.store_ok = True
+            self.store_ok, self.store_error = True, None
             self.metrics.last_commit.set(time.time())
             self.metrics.hwm_level.labels(req.chain_id, pkh, req.hwm_kind).set(req.level)
             return await self._call_backend(slot, req, data, version, intent, epoch)
+
+    async def _check_fence_now(self, pkh: str, req: codec.SigningRequest, epoch: int) -> None:
+        """Invariant I1 for requests without a watermark: re-read the fence from the store."""
+        try:
+            fence = await self.store.read_fence()
+        except StoreError as exc:
+            raise self._refuse(pkh, req, 503, "unavailable", f"store unavailable: {exc}") from None
+        refused = fence_refusal(fence, self.guard_id, epoch)
+        if refused is not None:
+            self.apply_fence(fence)
+            raise self._refuse(pkh, req, refused.status, "fence_refused", refused.message)
 
     async def _cached_despite_backend(self, intent: SignIntent) -> str | None:
         """An identical retry is answered from the cache even while the device is away."""
@@ -424,8 +457,11 @@ class Guard:
         signature = self._checked_signature(slot, req, data, raw_sig, version)
         if intent is not None:
             # The cache write is not needed for safety; it is queued on the store's single
-            # worker, ahead of any later advance, and does not delay this answer.
-            self._background(self._store_signature(intent, signature, epoch))
+            # worker, ahead of any later advance. The answer waits for it (briefly), so that a
+            # crash after the answer leaves the signature cached for the baker's retry.
+            task = self._background(self._store_signature(intent, signature, epoch))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), CACHE_WRITE_WAIT_SECONDS)
         slot.last_signed = {
             "kind": req.hwm_kind or req.kind,
             "level": req.level,
@@ -507,10 +543,11 @@ class Guard:
         except StoreError as exc:
             log.warning("could not publish state %s to the store: %s", state, exc)
 
-    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        return task
 
     # ---------------------------------------------------------------- status ------------------
     async def status(self) -> dict[str, object]:
@@ -551,7 +588,9 @@ class Guard:
             "epoch": fence.epoch if fence else None,
             "fence_level": fence.fence_level if fence else None,
             "holder": fence.holder if fence else None,
-            "store": {"kind": self.store.kind, "ok": store_ok},
+            **({"fenced_epoch": self.lost_epoch} if self.state == "fenced" else {}),
+            "store": {"kind": self.store.kind, "ok": store_ok}
+            | ({"error": self.store_error} if self.store_error else {}),
             "node": {
                 "url": self.node.node,
                 "head": self.node.level,

@@ -13,14 +13,16 @@ import logging
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 from typing import Final, TypeVar
 
-from signer_guard import rule
+from signer_guard import hwm_io, rule
 from signer_guard.model import Fence, HWMKey, HWMRecord, SignIntent, utc_now
+from signer_guard.store import sqlite_loss as loss
 from signer_guard.store import sqlite_schema as schema
 from signer_guard.store.base import (
     FenceConflict,
@@ -28,6 +30,7 @@ from signer_guard.store.base import (
     NotHolder,
     SetResult,
     Store,
+    StoreCorrupt,
     StoreError,
     StoreUnavailable,
     TakeoverResult,
@@ -97,6 +100,14 @@ class SqliteStore(Store):
         self._conn: sqlite3.Connection | None = None  # synchronous=FULL: the guarded path
         self._cache_conn: sqlite3.Connection | None = None  # synchronous=NORMAL: signature cache
         self._locks: dict[str, int] = {}  # guard_id -> fd holding the flock
+        # The files this store opened: the db, its -wal and -shm (sqlite_loss.py).
+        self._ids: dict[str, loss.FileId | None] = {}
+        # Why the last operation failed; while set, `read_fence` first proves that a write
+        # commits again (reconnecting if needed), so a degraded guard recovers by itself.
+        self._unhealthy: str | None = None
+        # Set once the file was deleted or replaced under us: every call refuses with it.
+        self._lost: str | None = None
+        self._rescued: tuple[Fence | None, list[HWMRecord]] = (None, [])
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -110,8 +121,16 @@ class SqliteStore(Store):
     async def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run `fn` in the worker thread; map SQLite and OS errors to StoreUnavailable."""
         loop = asyncio.get_running_loop()
+
+        def run() -> T:
+            try:
+                return fn()
+            except (sqlite3.Error, OSError) as exc:
+                self._unhealthy = f"{what}: {exc}"
+                raise
+
         try:
-            return await loop.run_in_executor(self._worker(), fn)
+            return await loop.run_in_executor(self._worker(), run)
         except StoreError:
             raise
         except sqlite3.Error as exc:
@@ -122,8 +141,15 @@ class SqliteStore(Store):
             raise StoreUnavailable(f"SQLite store {self.path}: {what} failed: {exc}") from exc
 
     def _main(self) -> sqlite3.Connection:
+        """The guarded connection, after checking that the path still names the opened file."""
+        if self._lost is not None:
+            raise StoreUnavailable(self._lost)
         if self._conn is None:
-            raise StoreUnavailable(f"SQLite store {self.path} is not open")
+            last = f" (last error: {self._unhealthy})" if self._unhealthy else ""
+            raise StoreUnavailable(f"SQLite store {self.path} is not open{last}")
+        now = loss.file_id(self.path)
+        if now != self._ids.get("db"):
+            self._lose("deleted" if now is None else "replaced by another file")
         return self._conn
 
     @staticmethod
@@ -142,7 +168,11 @@ class SqliteStore(Store):
 
     # -- open / close -----------------------------------------------------------------------
     def _connect(self, synchronous: str) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+        """Open the existing file (never create it: `_create_file` does, once, at open)."""
+        uri = "file:" + urllib.parse.quote(os.fspath(self.path)) + "?mode=rw"
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=self.busy_timeout_ms / 1000, isolation_level=None
+        )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             self._set_wal(conn)
@@ -188,6 +218,7 @@ class SqliteStore(Store):
             return
         self._create_file()
         schema.check_header(self.path)
+        opened = loss.file_id(self.path)
         try:
             conn = self._connect("FULL")
         except sqlite3.DatabaseError as exc:
@@ -210,7 +241,29 @@ class SqliteStore(Store):
             raise
         if not os.access(self.path, os.W_OK):
             log.warning("SQLite store %s is read-only: signing requests will get 503", self.path)
+        if loss.file_id(self.path) != opened:
+            conn.close()
+            cache_conn.close()
+            raise StoreUnavailable(f"SQLite store {self.path} was replaced while being opened")
         self._conn, self._cache_conn = conn, cache_conn
+        self._remember_files()
+
+    def _remember_files(self) -> None:
+        self._ids = {
+            "db": loss.file_id(self.path),
+            "wal": loss.file_id(self._sibling("-wal")),
+            "shm": loss.file_id(self._sibling("-shm")),
+        }
+
+    def _sibling(self, suffix: str) -> Path:
+        return self.path.with_name(self.path.name + suffix)
+
+    def _close_conns(self) -> None:
+        for conn in (self._cache_conn, self._conn):
+            if conn is not None:
+                with suppress(sqlite3.Error):
+                    conn.close()
+        self._conn = self._cache_conn = None
 
     async def open(self) -> None:
         """Open, creating the directory (0700), the file (0600) and the schema if needed.
@@ -220,11 +273,7 @@ class SqliteStore(Store):
         await self._call("open", self._open_sync)
 
     def _close_sync(self) -> None:
-        for conn in (self._cache_conn, self._conn):
-            if conn is not None:
-                with suppress(sqlite3.Error):
-                    conn.close()
-        self._conn = self._cache_conn = None
+        self._close_conns()
         for fd in self._locks.values():
             with suppress(OSError):
                 os.close(fd)  # closing the descriptor releases the flock
@@ -238,6 +287,149 @@ class SqliteStore(Store):
         finally:
             self._executor.shutdown(wait=False)
             self._executor = None
+
+    # -- faults: recovery, and a file deleted or replaced under us -------------------------
+    def _write_check(self, conn: sqlite3.Connection) -> None:
+        """A durable write that changes no watermark: proves the store can commit again."""
+        self._txn(
+            conn,
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_write_check', ?)",
+                (utc_now(),),
+            ),
+        )
+
+    def _recover_sync(self) -> None:
+        """After a failure: a write must commit again, on the same connection or a new one
+        (a connection opened while the file was read-only stays read-only)."""
+        if self._conn is not None:
+            try:
+                self._write_check(self._main())
+            except sqlite3.Error:
+                pass
+            else:
+                self._healthy()
+                return
+        self._close_conns()
+        if loss.file_id(self.path) != self._ids.get("db"):
+            self._lose("deleted or replaced")
+        conn = self._connect("FULL")
+        try:
+            self._write_check(conn)
+            cache_conn = self._connect("NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._cache_conn = conn, cache_conn
+        self._main()  # the identity check, once more
+        self._healthy()
+
+    def _healthy(self) -> None:
+        log.warning("SQLite store %s: writes commit again (was: %s)", self.path, self._unhealthy)
+        self._unhealthy = None
+
+    def _lose(self, what: str) -> None:
+        """The path no longer names the file we opened: rescue what we hold, then refuse."""
+        fence: Fence | None = None
+        records: list[HWMRecord] = []
+        conn = self._conn
+        if conn is not None:
+            try:
+                fence = self._fence(conn)
+                rows = conn.execute(f"SELECT {schema.RECORD_COLUMNS} FROM hwm").fetchall()
+                records = [schema.row_to_record(row) for row in rows]
+            except sqlite3.Error as exc:
+                log.error("SQLite store %s: the lost file could not be read: %s", self.path, exc)
+        when = loss.stamp()
+        rescue = loss.write_rescue(self.path, records, when) if records else None
+        for suffix in ("-wal", "-shm"):
+            loss.move_aside(self._sibling(suffix), self._ids.get(suffix[1:]), when)
+        self._close_conns()
+        self._rescued = (fence, records)
+        self._lost = loss.lost_message(self.path, what, rescue, records)
+        log.critical("%s", self._lost)
+        log.critical("rescued watermarks of %s: %s", self.path, hwm_io.export_json(records))
+        raise StoreUnavailable(self._lost)
+
+    def _adopt_sync(self) -> None:
+        """After a loss: use the file now at the path if it covers every rescued watermark."""
+        assert self._lost is not None
+        lost = self._lost
+        if loss.file_id(self.path) is None:
+            raise StoreUnavailable(lost)
+        try:
+            schema.check_header(self.path)
+            conn = self._connect("FULL")
+        except (StoreCorrupt, sqlite3.Error) as exc:
+            raise StoreUnavailable(
+                f"{lost}. The file now at {self.path} is unusable: {exc}"
+            ) from None
+        try:
+            schema.quick_check(conn, self.path)
+            schema.check_schema(conn, self.path)
+            fence = self._fence(conn)
+            rows = conn.execute(f"SELECT {schema.RECORD_COLUMNS} FROM hwm").fetchall()
+            old_fence, old_records = self._rescued
+            ref = fence if fence is not None else old_fence
+            floor = ref.fence_level if ref is not None else 0
+            problems = loss.uncovered(old_records, map(schema.row_to_record, rows), floor)
+            if old_fence is not None and floor < old_fence.fence_level:
+                problems.insert(0, f"fence level {floor} < {old_fence.fence_level} rescued")
+            if problems:
+                raise StoreUnavailable(
+                    f"{lost}. The file now at {self.path} is below the rescued watermarks "
+                    f"({'; '.join(problems[:3])}): not used"
+                )
+            if fence is None and old_fence is not None:  # restore the fence we served under
+                self._txn(conn, lambda c: self._put_fence(c, old_fence))
+            cache_conn = self._connect("NORMAL")
+        except StoreCorrupt as exc:
+            conn.close()
+            raise StoreUnavailable(
+                f"{lost}. The file now at {self.path} is unusable: {exc}"
+            ) from None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._cache_conn = conn, cache_conn
+        self._remember_files()
+        self._lost, self._unhealthy, self._rescued = None, None, (None, [])
+        log.warning(
+            "SQLite store %s: adopted the file now at the path (its watermarks cover every "
+            "rescued one)",
+            self.path,
+        )
+
+    @staticmethod
+    def _put_fence(conn: sqlite3.Connection, fence: Fence) -> None:
+        conn.execute(
+            "INSERT INTO fence (id, epoch, holder, fence_level, updated_at) VALUES (1, ?, ?, ?, ?)",
+            (fence.epoch, fence.holder, fence.fence_level, utc_now()),
+        )
+
+    def _read_fence_sync(self) -> Fence | None:
+        if self._lost is not None:
+            self._adopt_sync()
+        if self._unhealthy is not None:
+            self._recover_sync()
+        return self._fence(self._main())
+
+    def _check_rescued(self, conn: sqlite3.Connection, fence: Fence | None) -> None:
+        """At start-up: a rescue file beside the store means it was lost once; the store must
+        cover what was rescued, or a guard would sign below watermarks already used."""
+        files = loss.rescue_files(self.path)
+        if not files:
+            return
+        rows = conn.execute(f"SELECT {schema.RECORD_COLUMNS} FROM hwm").fetchall()
+        floor = fence.fence_level if fence else 0
+        problems = loss.uncovered(loss.read_rescue(files), map(schema.row_to_record, rows), floor)
+        if problems:
+            raise StoreCorrupt(
+                f"SQLite store {self.path} is below the watermarks rescued in "
+                f"{', '.join(str(f) for f in files)} when a previous store file was lost "
+                f"({'; '.join(problems[:3])}); refusing to serve it. To recover, "
+                f"{loss.advice(self.path, files[-1])}"
+            )
 
     # -- guard id lock (I7) -----------------------------------------------------------------
     def lock_path(self, guard_id: str) -> Path:
@@ -277,11 +469,14 @@ class SqliteStore(Store):
         return None if row is None or row[0] is None else int(row[0])
 
     async def read_fence(self) -> Fence | None:
-        return await self._call("read fence", lambda: self._fence(self._main()))
+        """The fence; while the store is unhealthy, first a write check (see `_recover_sync`),
+        and after a loss, first an attempt to adopt the file now at the path."""
+        return await self._call("read fence", self._read_fence_sync)
 
     async def claim_initial_fence(self, guard_id: str) -> Fence:
         def body(conn: sqlite3.Connection) -> Fence:
             fence = self._fence(conn)
+            self._check_rescued(conn, fence)
             if fence is not None:
                 return fence
             fence = Fence(epoch=1, holder=guard_id, fence_level=0, updated_at=utc_now())
@@ -292,7 +487,12 @@ class SqliteStore(Store):
             )
             return fence
 
-        return await self._call("claim fence", lambda: self._txn(self._main(), body))
+        def claim() -> Fence:
+            if self._unhealthy is not None:  # e.g. a connection opened on a read-only file
+                self._recover_sync()
+            return self._txn(self._main(), body)
+
+        return await self._call("claim fence", claim)
 
     async def takeover(
         self, guard_id: str, fence_level: int, keys: Iterable[HWMKey], expected: Fence | None
@@ -310,6 +510,8 @@ class SqliteStore(Store):
                     f"{old.to_json() if old else None}"
                 )
             max_level = self._max_level(conn)
+            # Records above the target keep their own (higher) marks: a watermark that moved
+            # after the caller's read still blocks every (level, round) it covers.
             levels = [
                 lvl for lvl in (max_level, old.fence_level if old else None) if lvl is not None
             ]
@@ -415,7 +617,8 @@ class SqliteStore(Store):
         return await self._call("advance", lambda: self._advance_sync(intent, guard_id, epoch))
 
     def _store_signature_sync(self, intent: SignIntent, signature: str) -> None:
-        conn = self._cache_conn if self._cache_conn is not None else self._main()
+        conn = self._main()
+        conn = self._cache_conn if self._cache_conn is not None else conn
         key = intent.key
         conn.execute(
             _CACHE_SIGNATURE,
