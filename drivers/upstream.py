@@ -22,6 +22,7 @@ import urllib.parse
 from typing import Final
 
 import aiohttp
+import yarl
 
 from drivers.base import (
     Backend,
@@ -43,6 +44,7 @@ MAX_MESSAGE: Final = 300
 #: Keep idle connections shorter than common server idle timeouts (TezSign's Go server: 10 s), so a
 #: POST is not written into a connection the server is closing.
 KEEPALIVE_TIMEOUT: Final = 5.0
+_JSON_HEADERS: Final = {"Content-Type": "application/json"}
 
 _HWM_MARKERS: Final = ("high watermark", "already signed with different data")
 _POP_REFUSED: Final = "prove possession is not allowed"
@@ -133,6 +135,8 @@ class UpstreamBackend(Backend):
         self.auth_key = auth_key
         self.connect_timeout = connect_timeout
         self.sign_timeout = max(sign_timeout, connect_timeout)
+        self._sign_timeout = aiohttp.ClientTimeout(total=self.sign_timeout, connect=connect_timeout)
+        self._sign_urls: dict[int | None, yarl.URL] = {}
         self.probe_timeout = probe_timeout
         self.fresh_window = fresh_window
         self._session: aiohttp.ClientSession | None = None
@@ -197,23 +201,18 @@ class UpstreamBackend(Backend):
         public_key = self._public_key_obj
         if public_key is None:
             raise BackendUnavailable(f"upstream {self.display_uri} not started")
-        params: dict[str, str] = {}
-        if version is not None:
-            params["version"] = str(version)
+        url = self._sign_url(version)
         if self._authorized is not None:
-            params["authentication"] = self._authentication(data)
-        url = f"{self.base}/keys/{self.uri_pkh}"
-        timeout = aiohttp.ClientTimeout(total=self.sign_timeout, connect=self.connect_timeout)
+            url = url.update_query(authentication=self._authentication(data))
         try:
             async with self._client().post(
                 url,
-                params=params,
-                data=json.dumps(data.hex()),
-                headers={"Content-Type": "application/json"},
-                timeout=timeout,
+                data=f'"{data.hex()}"',
+                headers=_JSON_HEADERS,
+                timeout=self._sign_timeout,
             ) as resp:
                 status = resp.status
-                text = await resp.text(errors="replace")
+                text = (await resp.read()).decode("utf-8", errors="replace")
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
             self._last_ok = None
             raise BackendUnavailable(f"upstream {self.display_uri} unreachable: {e}") from None
@@ -252,6 +251,16 @@ class UpstreamBackend(Backend):
             await session.close()
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _sign_url(self, version: int | None) -> yarl.URL:
+        """`<base>/keys/<pkh>[?version=N]`, parsed once per version (the hot path)."""
+        url = self._sign_urls.get(version)
+        if url is None:
+            url = yarl.URL(f"{self.base}/keys/{self.uri_pkh}")
+            if version is not None:
+                url = url.with_query(version=str(version))
+            self._sign_urls[version] = url
+        return url
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -358,6 +367,8 @@ class UpstreamBackend(Backend):
                 f"upstream {self.display_uri} returned a {curve} signature for "
                 f"{public_key.curve} key {self.uri_pkh}"
             )
+        if curve is not None:
+            return sig  # already carries the key's own prefix (checked above)
         try:
             return keys.signature_b58(public_key.curve, raw)
         except ValueError as e:

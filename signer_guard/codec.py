@@ -6,6 +6,7 @@ Offsets count from the magic byte (offset 0).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -179,8 +180,13 @@ class _Reader:
             )
 
 
+@functools.lru_cache(maxsize=64)
+def _chain_b58(raw: bytes) -> str:
+    return b58.encode("Net", raw)
+
+
 def _chain_id(r: _Reader) -> str:
-    return b58.encode("Net", r.take(4, "chain_id"))
+    return _chain_b58(r.take(4, "chain_id"))  # a guard sees one or two chains: cached
 
 
 def _payload_hash(r: _Reader) -> str:

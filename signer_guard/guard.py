@@ -457,11 +457,14 @@ class Guard:
         signature = self._checked_signature(slot, req, data, raw_sig, version)
         if intent is not None:
             # The cache write is not needed for safety; it is queued on the store's single
-            # worker, ahead of any later advance. The answer waits for it (briefly), so that a
-            # crash after the answer leaves the signature cached for the baker's retry.
+            # worker, ahead of any later advance. The answer waits for it (briefly) when it is
+            # cheap, so that a crash after the answer leaves the signature cached for a retry;
+            # on etcd it would cost a second consensus round trip, so the answer goes first
+            # (a crash in between makes an identical retry 409: liveness, never safety).
             task = self._background(self._store_signature(intent, signature, epoch))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), CACHE_WRITE_WAIT_SECONDS)
+            if self.store.cache_write_is_cheap:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), CACHE_WRITE_WAIT_SECONDS)
         slot.last_signed = {
             "kind": req.hwm_kind or req.kind,
             "level": req.level,
@@ -492,8 +495,8 @@ class Guard:
                 "device_error",
                 f"backend returned a {curve} signature for a {pk.curve} key",
             )
-        raw = keys.normalize_signature(pk.curve, raw)
-        if self.verify_signatures and not pk.verify(raw, data, version=version):
+        normal = keys.normalize_signature(pk.curve, raw)
+        if self.verify_signatures and not pk.verify(normal, data, version=version):
             raise self._refuse(
                 pkh,
                 req,
@@ -501,7 +504,9 @@ class Guard:
                 "device_error",
                 "backend returned a signature that does not verify against the key; not passed on",
             )
-        return keys.signature_b58(pk.curve, raw)
+        if curve is not None and normal == raw:
+            return text  # already the curve's own prefix and normal form: no re-encoding
+        return keys.signature_b58(pk.curve, normal)
 
     # ---------------------------------------------------------------- refusals ----------------
     def _refuse(
