@@ -456,3 +456,28 @@ async def test_leader_killed_advances_resume(etcd: EtcdCluster, stores: Stores) 
         except StoreUnavailable:
             assert time.monotonic() - killed < 6, "no new leader accepted the advance"
     assert isinstance(await store.advance(intent(level + 1), "bake-a", epoch), Advance)
+
+
+async def test_signature_cache_survives_a_new_store_and_does_not_disturb_the_next_advance(
+    stores: Stores,
+) -> None:
+    store, epoch = await holder(stores)
+    assert isinstance(await store.advance(intent(10), "bake-a", epoch), Advance)
+    # the cache write and the next advance of the same record race: both must succeed, and the
+    # advance must not pay a failed compare for it (the cache lives beside the record)
+    _, nxt = await asyncio.gather(
+        store.store_signature(intent(10), "sig-10", epoch),
+        store.advance(intent(11), "bake-a", epoch),
+    )
+    assert isinstance(nxt, Advance)
+    await store.store_signature(intent(11), "sig-11", epoch)
+    other = await stores.new()
+    decision = await other.advance(intent(11), "bake-a", epoch)
+    assert decision == Cached("sig-11")
+    (record,) = await other.list_records()
+    assert (record.level, record.signature) == (11, "sig-11")
+    fetched = await other.get_record(intent(11).key)
+    assert fetched is not None and fetched.signature == "sig-11"
+    # a cache entry for an older (level, round) never answers for the current record
+    refusal = await other.advance(intent(11, hash_=HASH_B), "bake-a", epoch)
+    assert refused(refusal)[0] == 409

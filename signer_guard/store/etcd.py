@@ -9,6 +9,7 @@ dropped, so the next step re-reads.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
@@ -46,7 +47,9 @@ from signer_guard.store.etcd_layout import (
     encode_fence,
     encode_meta,
     encode_record,
+    encode_sig,
     parse_etcd_url,
+    with_cached_signature,
 )
 
 log = logging.getLogger(__name__)
@@ -127,8 +130,11 @@ class EtcdStore(Store):
             self._fence = _Seen(fence, kvs[0].mod_revision if kvs else 0, at)
         return fence
 
-    def _see_record(self, key: HWMKey, kvs: list[KV], at: int) -> HWMRecord | None:
+    def _see_record(
+        self, key: HWMKey, kvs: list[KV], at: int, sig_kvs: list[KV] | None = None
+    ) -> HWMRecord | None:
         record = decode_record(key, kvs[0].value) if kvs else None
+        record = with_cached_signature(record, sig_kvs[0].value if sig_kvs else None)
         self._note_record(key, record, kvs[0].mod_revision if kvs else 0, at)
         return record
 
@@ -222,14 +228,23 @@ class EtcdStore(Store):
         lay = self.layout
         result = await self._guarded(
             "read fence and records",
-            self._client.read_many([op_range(lay.fence), op_range(lay.hwm_start, lay.hwm_end)]),
+            self._client.read_many(
+                [
+                    op_range(lay.fence),
+                    op_range(lay.hwm_start, lay.hwm_end),
+                    op_range(lay.sig_start, lay.sig_end),
+                ]
+            ),
         )
-        fence_kvs, record_kvs = result.ranges
+        fence_kvs, record_kvs, sig_kvs = result.ranges
         fence = self._see_fence(fence_kvs, result.revision)
+        sigs = {k: kv.value for kv in sig_kvs if (k := lay.sig_key_of(kv.key)) is not None}
         records: dict[HWMKey, tuple[HWMRecord, int]] = {}
         for kv in record_kvs:
             key = lay.hwm_key_of(kv.key)
-            records[key] = (decode_record(key, kv.value), kv.mod_revision)
+            record = with_cached_signature(decode_record(key, kv.value), sigs.get(key))
+            assert record is not None
+            records[key] = (record, kv.mod_revision)
             self._note_record(key, records[key][0], kv.mod_revision, result.revision)
         return _Snapshot(
             result.revision, fence, fence_kvs[0].mod_revision if fence_kvs else 0, records
@@ -345,10 +360,12 @@ class EtcdStore(Store):
         lay = self.layout
         result = await self._guarded(
             "read fence and record",
-            self._client.read_many([op_range(lay.fence), op_range(lay.hwm(key))]),
+            self._client.read_many(
+                [op_range(lay.fence), op_range(lay.hwm(key)), op_range(lay.sig(key))]
+            ),
         )
         self._see_fence(result.ranges[0], result.revision)
-        self._see_record(key, result.ranges[1], result.revision)
+        self._see_record(key, result.ranges[1], result.revision, result.ranges[2])
 
     async def advance(self, intent: SignIntent, guard_id: str, epoch: int | None) -> rule.Decision:
         key = intent.key
@@ -389,7 +406,7 @@ class EtcdStore(Store):
                         cmp_present_or_absent(record_key, seen.mod_revision),
                     ],
                     [op_put(record_key, encode_record(new))],
-                    [op_range(lay.fence), op_range(record_key)],
+                    [op_range(lay.fence), op_range(record_key), op_range(lay.sig(key))],
                 ),
             )
             if result.succeeded:
@@ -397,11 +414,13 @@ class EtcdStore(Store):
                 return decision
             # The fence or the record changed: re-apply the rule to what the store holds now.
             self._see_fence(result.ranges[0], result.revision)
-            self._see_record(key, result.ranges[1], result.revision)
+            self._see_record(key, result.ranges[1], result.revision, result.ranges[2])
             fresh = True
 
     async def store_signature(self, intent: SignIntent, signature: str, epoch: int) -> None:
-        """A second Txn comparing the fence token and the record's revision from the advance."""
+        """A second Txn comparing the fence token and the record's revision from the advance,
+        writing `P/sig/…` beside the record: the record's own mod_revision stays as it is, so
+        the next advance of this key never fails its compare because of a cache write."""
         key = intent.key
         lay = self.layout
         try:
@@ -420,10 +439,7 @@ class EtcdStore(Store):
                 or record.signature == signature
             ):
                 return
-            new = HWMRecord(
-                record.chain_id, record.pkh, record.kind, record.level, record.round,
-                record.hash, signature, record.epoch, record.updated_at,
-            )  # fmt: skip
+            new = dataclasses.replace(record, signature=signature)
             result = await self._guarded(
                 "store signature",
                 self._client.txn(
@@ -431,7 +447,7 @@ class EtcdStore(Store):
                         cmp_mod(lay.fence, "EQUAL", fence_seen.mod_revision),
                         cmp_mod(lay.hwm(key), "EQUAL", seen.mod_revision),
                     ],
-                    [op_put(lay.hwm(key), encode_record(new))],
+                    [op_put(lay.sig(key), encode_sig(record, signature))],
                     [],
                 ),
             )
@@ -439,7 +455,7 @@ class EtcdStore(Store):
             log.warning("signature cache write skipped: %s", exc)
             return
         if result.succeeded:
-            self._note_record(key, new, result.revision, result.revision)
+            self._note_record(key, new, seen.mod_revision, result.revision)
         else:
             self._records.pop(key, None)  # something changed: re-read on the next step
 
@@ -451,8 +467,12 @@ class EtcdStore(Store):
         )
 
     async def get_record(self, key: HWMKey) -> HWMRecord | None:
-        revision, kvs = await self._guarded("read record", self._client.range(self.layout.hwm(key)))
-        return self._see_record(key, kvs, revision)
+        lay = self.layout
+        result = await self._guarded(
+            "read record",
+            self._client.read_many([op_range(lay.hwm(key)), op_range(lay.sig(key))]),
+        )
+        return self._see_record(key, result.ranges[0], result.revision, result.ranges[1])
 
     async def _write_record(self, new: HWMRecord, mod_revision: int) -> bool:
         """Put one record if it is unchanged since read; False when it changed meanwhile."""

@@ -12,6 +12,7 @@ P/alive/<guard_id>              {"guard_id":…,"state":…,"epoch":…,"host":�
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,27 @@ class Layout:
 
     def hwm(self, key: HWMKey) -> bytes:
         return self._key(f"hwm/{key.chain_id}/{key.pkh}/{key.kind}")
+
+    def sig(self, key: HWMKey) -> bytes:
+        """The signature cache of one record, beside it so that writing it never changes the
+        record's mod_revision (the next advance's compare)."""
+        return self._key(f"sig/{key.chain_id}/{key.pkh}/{key.kind}")
+
+    @property
+    def sig_start(self) -> bytes:
+        return self._key("sig/")
+
+    @property
+    def sig_end(self) -> bytes:
+        return prefix_end(self.sig_start)
+
+    def sig_key_of(self, raw: bytes) -> HWMKey | None:
+        text = raw.decode("utf-8", errors="replace")
+        head = f"{self.prefix}/sig/"
+        parts = text[len(head) :].split("/") if text.startswith(head) else []
+        if len(parts) != 3 or parts[2] not in KINDS:
+            return None  # a stray cache entry is ignored, never trusted
+        return HWMKey(parts[0], parts[1], parts[2])
 
     def alive(self, guard_id: str) -> bytes:
         return self._key(f"alive/{guard_id}")
@@ -183,6 +205,38 @@ def decode_record(key: HWMKey, raw: bytes) -> HWMRecord:
         epoch=_int_field(value, "epoch", what),
         updated_at=_str_field(value, "updated_at", what),
     )
+
+
+def encode_sig(record: HWMRecord, signature: str) -> bytes:
+    assert record.hash is not None
+    return _dump(
+        {
+            "level": record.level,
+            "round": record.round,
+            "hash": record.hash.hex(),
+            "signature": signature,
+        }
+    )
+
+
+def with_cached_signature(record: HWMRecord | None, raw_sig: bytes | None) -> HWMRecord | None:
+    """The record with the cached signature of `P/sig/…` when that entry is for exactly this
+    (level, round, hash); anything else in the cache is ignored."""
+    if record is None or raw_sig is None or record.signature is not None or record.hash is None:
+        return record
+    try:
+        value = json.loads(raw_sig)
+    except ValueError:
+        return record
+    if (
+        not isinstance(value, dict)
+        or value.get("level") != record.level
+        or value.get("round") != record.round
+        or value.get("hash") != record.hash.hex()
+        or not isinstance(value.get("signature"), str)
+    ):
+        return record
+    return dataclasses.replace(record, signature=value["signature"])
 
 
 def encode_alive(value: dict[str, object]) -> bytes:
