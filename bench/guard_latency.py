@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
+import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -21,7 +25,6 @@ from bench.stats import summary_ms, table
 from signer_guard import keys
 from signer_guard.forge import forge_consensus
 from tests.etcd_cluster import EtcdCluster
-from tests.fakes.upstream_signer import FakeUpstreamSigner
 from tests.guard_proc import GuardProcess
 
 MAINNET = "NetXdQprcVkpaWU"
@@ -35,6 +38,27 @@ async def _post(session: aiohttp.ClientSession, url: str, data: bytes) -> float:
         if r.status != 200:
             raise RuntimeError(f"{url} answered {r.status}")
     return time.perf_counter() - started
+
+
+@contextlib.asynccontextmanager
+async def upstream_process(sk: keys.SecretKey) -> AsyncIterator[str]:
+    """An Octez-compatible signer in its own process, as octez-signer is for a real baker (an
+    upstream inside the benchmark's process would spare the direct path the process switches
+    that the guarded path pays)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.fakes.upstream_signer", "--port", "0", "--key", sk.b58,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        if not line.strip().isdigit():
+            raise RuntimeError(f"the upstream did not start: {line!r}")
+        yield f"http://127.0.0.1:{int(line)}"
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
 
 
 async def _interleaved(
@@ -82,9 +106,9 @@ async def latency(n: int, work: Path, pause: float = 0.0) -> list[tuple[str, ...
     same phase (one guard runs at a time, so neither disturbs the other's numbers)."""
     sk = keys.SecretKey.generate("ed25519")
     rows: list[tuple[str, ...]] = []
-    async with FakeUpstreamSigner([sk]) as upstream:
-        direct = f"{upstream.url}/keys/{sk.pkh}"
-        key = [upstream.key_url(sk.pkh)]
+    async with upstream_process(sk) as base:
+        direct = f"{base}/keys/{sk.pkh}"
+        key = [f"{base}/{sk.pkh}"]
         sqlite = GuardProcess(work / "lat-sqlite", keys=key, log_level="WARNING")
         await sqlite.astart()
         try:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tomllib
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from signer_guard.config import default_store
 from signer_guard.store import make_store
 from signer_guard.store.base import Store
+
+T = TypeVar("T")
 
 
 def add_store_args(p: argparse.ArgumentParser) -> None:
@@ -37,6 +41,20 @@ def store_url(args: argparse.Namespace) -> str:
 
 def open_store(args: argparse.Namespace) -> Store:
     return make_store(store_url(args))
+
+
+def with_store(args: argparse.Namespace, use: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the store named by the arguments, run `use` on it, close it (StoreError passes)."""
+
+    async def go() -> T:
+        store = open_store(args)
+        try:
+            await store.open()
+            return await use(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
 
 
 def fail(message: str, code: int = 1) -> int:

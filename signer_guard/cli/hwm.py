@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
 from signer_guard import b58, hwm_io
-from signer_guard.cli.common import add_store_args, fail, open_store
+from signer_guard.cli.common import add_store_args, fail, with_store
 from signer_guard.model import KINDS, HWMKey, HWMRecord, Kind
-from signer_guard.store.base import StoreError
+from signer_guard.store.base import Store, StoreError
 
 log = logging.getLogger("signer_guard.hwm")
 
@@ -59,17 +59,13 @@ def _setup_logging() -> None:
     )
 
 
-def run_show(args: argparse.Namespace) -> int:
-    async def go() -> list[HWMRecord]:
-        store = open_store(args)
-        await store.open()
-        try:
-            return await store.list_records()
-        finally:
-            await store.close()
+def _list(store: Store) -> Awaitable[list[HWMRecord]]:
+    return store.list_records()
 
+
+def run_show(args: argparse.Namespace) -> int:
     try:
-        records = asyncio.run(go())
+        records = with_store(args, _list)
     except StoreError as exc:
         return fail(f"store: {exc}")
     if args.json:
@@ -102,35 +98,22 @@ def run_set(args: argparse.Namespace) -> int:
     kind: Kind = args.kind
     key = HWMKey(args.chain, args.pkh, kind)
 
-    async def go() -> int:
-        store = open_store(args)
-        await store.open()
-        try:
-            old = await store.get_record(key)
-            lowering = old is not None and (args.level, args.round) < (old.level, old.round)
-            if lowering and not args.allow_lower and old is not None:
-                print(
-                    f"unchanged: {kind} {args.pkh} on {args.chain} is already at "
-                    f"({old.level}, {old.round}) ≥ ({args.level}, {args.round}); lowering "
-                    "needs --allow-lower --yes"
-                )
-                return 0
-            result = await store.set_record(
-                key, args.level, args.round, allow_lower=args.allow_lower
+    async def go(store: Store) -> int:
+        old = await store.get_record(key)
+        lowering = old is not None and (args.level, args.round) < (old.level, old.round)
+        if lowering and not args.allow_lower and old is not None:
+            print(
+                f"unchanged: {kind} {args.pkh} on {args.chain} is already at "
+                f"({old.level}, {old.round}) ≥ ({args.level}, {args.round}); lowering "
+                "needs --allow-lower --yes"
             )
-        finally:
-            await store.close()
+            return 0
+        result = await store.set_record(key, args.level, args.round, allow_lower=args.allow_lower)
         if lowering and result.changed and old is not None:
             log.warning(
                 "AUDIT: lowered %s %s on %s from (%d, %d) to (%d, %d)",
-                kind,
-                args.pkh,
-                args.chain,
-                old.level,
-                old.round,
-                args.level,
-                args.round,
-            )
+                kind, args.pkh, args.chain, old.level, old.round, args.level, args.round,
+            )  # fmt: skip
         if result.changed:
             prev = f"({old.level}, {old.round})" if old else "none"
             print(f"set {kind} {args.pkh} on {args.chain}: {prev} -> ({args.level}, {args.round})")
@@ -140,22 +123,14 @@ def run_set(args: argparse.Namespace) -> int:
 
     _setup_logging()
     try:
-        return asyncio.run(go())
+        return with_store(args, go)
     except StoreError as exc:
         return fail(f"store: {exc}")
 
 
 def run_export(args: argparse.Namespace) -> int:
-    async def go() -> list[HWMRecord]:
-        store = open_store(args)
-        await store.open()
-        try:
-            return await store.list_records()
-        finally:
-            await store.close()
-
     try:
-        records = asyncio.run(go())
+        records = with_store(args, _list)
     except StoreError as exc:
         return fail(f"store: {exc}")
     if args.format == "json":
@@ -188,16 +163,8 @@ def run_import(args: argparse.Namespace) -> int:
     except (OSError, ValueError, json.JSONDecodeError) as exc:
         return fail(f"cannot import {args.path}: {exc}", 2)
 
-    async def go() -> int:
-        store = open_store(args)
-        await store.open()
-        try:
-            return await store.merge_records(records)
-        finally:
-            await store.close()
-
     try:
-        changed = asyncio.run(go())
+        changed = with_store(args, lambda store: store.merge_records(records))
     except StoreError as exc:
         return fail(f"store: {exc}")
     print(f"imported {len(records)} records, {changed} raised (max-merge, nothing lowered)")

@@ -9,9 +9,9 @@ from typing import Any
 
 import aiohttp
 
-from signer_guard.cli.common import add_store_args, config_values, fail, open_store
+from signer_guard.cli.common import add_store_args, config_values, fail, with_store
 from signer_guard.config import DEFAULT_LISTEN
-from signer_guard.store.base import StoreError
+from signer_guard.store.base import Store, StoreError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,14 +41,10 @@ async def fetch_status(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
         return None
 
 
-async def store_status(args: argparse.Namespace) -> dict[str, Any]:
-    store = open_store(args)
-    await store.open()
-    try:
-        fence = await store.read_fence()
-        records = await store.list_records()
-    finally:
-        await store.close()
+async def store_status(store: Store) -> dict[str, Any]:
+    """What the store says when no guard answers."""
+    fence = await store.read_fence()
+    records = await store.list_records()
     return {
         "state": "not running",
         "guard_id": None,
@@ -92,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     st = asyncio.run(fetch_status(url))
     if st is None:
         try:
-            st = asyncio.run(store_status(args))
+            st = with_store(args, store_status)
         except StoreError as exc:
             return fail(f"no guard answers at {url} and the store cannot be read: {exc}")
     if args.json:
