@@ -30,9 +30,6 @@ from signer_guard.store.base import Store, StoreError, StoreUnavailable
 log = logging.getLogger("signer_guard")
 
 FENCE_POLL_SECONDS = 1.0
-# How long an answer waits for its signature-cache write (watermark-rules.md §1.2: after the
-# cache write, a retry gets the cached signature). A store stuck longer does not hold it back.
-CACHE_WRITE_WAIT_SECONDS = 0.5
 
 
 class Refusal(Exception):
@@ -456,15 +453,11 @@ class Guard:
         crash_point("backend_replied")
         signature = self._checked_signature(slot, req, data, raw_sig, version)
         if intent is not None:
-            # The cache write is not needed for safety; it is queued on the store's single
-            # worker, ahead of any later advance. The answer waits for it (briefly) when it is
-            # cheap, so that a crash after the answer leaves the signature cached for a retry;
-            # on etcd it would cost a second consensus round trip, so the answer goes first
-            # (a crash in between makes an identical retry 409: liveness, never safety).
-            task = self._background(self._store_signature(intent, signature, epoch))
-            if self.store.cache_write_is_cheap:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(task), CACHE_WRITE_WAIT_SECONDS)
+            # The signature cache is not needed for safety (watermark-rules.md §1.2): the write
+            # is queued on the store's single worker, ahead of any later advance, and the answer
+            # does not wait for it. A crash in between leaves an identical retry at 409 (the
+            # baker, having the answer, does not retry), never a second signature.
+            self._background(self._store_signature(intent, signature, epoch))
         slot.last_signed = {
             "kind": req.hwm_kind or req.kind,
             "level": req.level,
@@ -548,11 +541,10 @@ class Guard:
         except StoreError as exc:
             log.warning("could not publish state %s to the store: %s", state, exc)
 
-    def _background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
-        return task
 
     # ---------------------------------------------------------------- status ------------------
     async def status(self) -> dict[str, object]:

@@ -60,9 +60,6 @@ class Store(abc.ABC):
     kind: str = "abstract"  # "sqlite" | "etcd"
     #: whether guards publish their state here under a lease (`read_alive` can answer)
     keeps_liveness: bool = False
-    #: whether an answer should wait for its signature-cache write: yes when that write is a
-    #: cheap local one (SQLite, no fsync), no when it is another consensus round trip (etcd)
-    cache_write_is_cheap: bool = True
 
     @abc.abstractmethod
     async def open(self) -> None:

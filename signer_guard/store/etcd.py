@@ -91,7 +91,6 @@ class EtcdStore(Store):
 
     kind = "etcd"
     keeps_liveness = True
-    cache_write_is_cheap = False
 
     def __init__(
         self,
