@@ -84,3 +84,90 @@ def test_unlock_reads_the_passphrase_from_a_file_never_argv(
     assert main(["unlock", "companion", "--passphrase-file", str(secret)]) == 0
     assert gadget.keys["companion"].state == "unlocked"
     assert PASSPHRASE.decode() not in capsys.readouterr().out
+
+
+def _store_with(tmp_path: Path, pkh: str, level: int) -> str:
+    store = str(tmp_path / "store.sqlite")
+    assert (
+        main(
+            [
+                "hwm",
+                "set",
+                "--store",
+                store,
+                "--chain",
+                "NetXdQprcVkpaWU",
+                "--pkh",
+                pkh,
+                "--kind",
+                "attestation",
+                "--level",
+                str(level),
+            ]
+        )
+        == 0
+    )
+    return store
+
+
+def test_raise_device_hwm_tezsign_to_the_store_level(
+    gadget: FakeGadget, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = gadget.keys["consensus"]
+    store = _store_with(tmp_path, key.tz4, 5000)
+    assert main(["raise-device-hwm", "--store", store, "--key", "tezsign://*/consensus"]) == 0
+    assert {kind: mark[0] for kind, mark in key.marks.items()} == {
+        "block": 5000,
+        "preattestation": 5000,
+        "attestation": 5000,
+    }
+    assert "raised" in capsys.readouterr().out
+    # already there: nothing to do; a locked key is reported, not raised
+    assert main(["raise-device-hwm", "--store", store, "--key", "tezsign://*/consensus"]) == 0
+    assert (
+        main(
+            [
+                "raise-device-hwm",
+                "--store",
+                store,
+                "--key",
+                "tezsign://*/companion",
+                "--level",
+                "6000",
+            ]
+        )
+        == 1
+    )
+
+
+def test_raise_device_hwm_ledger_resets_with_confirmation(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from drivers.ledger import backend as ledger_backend
+
+    app = FakeBakingApp()
+    set_up(app, curve=0, level=100)
+    hid = FakeHidModule()
+    hid.add(app)
+    monkeypatch.setattr(ledger_backend, "HID_MODULE", hid)
+    pkh = app.secret_key(0, (44 | 2**31, 1729 | 2**31, 2**31, 2**31)).public_key.pkh
+    store = _store_with(tmp_path, pkh, 900)
+    assert main(["raise-device-hwm", "--store", store, "--key", "ledger://*/ed25519/0h/0h"]) == 0
+    assert app.main.level == 900
+    assert "waiting for confirmation on the Ledger" in capsys.readouterr().out
+    app.prompt_policy = lambda _what: False  # the operator rejects on the device
+    assert (
+        main(
+            [
+                "raise-device-hwm",
+                "--store",
+                store,
+                "--key",
+                "ledger://*/ed25519/0h/0h",
+                "--level",
+                "950",
+            ]
+        )
+        == 1
+    )
+    assert app.main.level == 900

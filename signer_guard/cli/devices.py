@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
-from signer_guard.cli.common import fail
+from signer_guard.cli.common import add_store_args, fail, with_store
+from signer_guard.failover_devices import DirectDevices
+from signer_guard.store.base import Store, StoreError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,6 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     u.add_argument("--serial", default="*", help="gadget serial (default: the first one)")
     u.add_argument("--passphrase-file", help="file holding the passphrase (mode 0600)")
     u.set_defaults(func=run_unlock)
+    register_raise(sub)
 
 
 def _tezsign() -> list[dict[str, Any]]:
@@ -107,3 +111,54 @@ def run_unlock(args: argparse.Namespace) -> int:
         if not getattr(r, "ok", True):
             code = 1
     return code
+
+
+def register_raise(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    r = sub.add_parser(
+        "raise-device-hwm",
+        help="raise a device's own watermark to the guard's (a TezSign after an image update, a "
+        "Ledger whose HWM lived in RAM); stop the serve that holds the device first",
+    )
+    add_store_args(r)
+    r.add_argument("--key", required=True, help="tezsign://SERIAL/KEY or ledger://ID/CURVE/PATH")
+    r.add_argument("--level", type=int, help="default: the store's highest level for the key")
+    r.set_defaults(func=run_raise)
+
+
+async def _raise(store: Store, uri: str, level: int | None) -> int:
+    devices = DirectDevices()
+    try:
+        for warning in await devices.open([uri]):
+            print(f"signer-guard: {warning}", file=sys.stderr)
+        if not devices.devices:
+            return 1
+        dev = devices.devices[0]
+        if level is None:
+            levels = [r.level for r in await store.list_records() if r.pkh == dev.pkh]
+            if not levels:
+                return fail(f"the store has no watermark for {dev.pkh}: pass --level", 2)
+            level = max(levels)
+        if dev.level is not None and dev.level >= level:
+            print(f"{dev.pkh}: device HWM {dev.level} is already at or above {level}: unchanged")
+            return 0
+        if dev.backend.backend_type == "tezsign":
+            raised, warnings = await devices.raise_tezsign(level)
+            problem = warnings[0] if warnings else None
+        else:
+            problem = await devices.reset_ledger(dev, level, print)
+            raised = [] if problem else [dev.pkh]
+        if problem or not raised:
+            return fail(problem or f"{dev.pkh}: not raised")
+        print(f"{dev.pkh}: device HWM raised from {dev.level} to {level}")
+        return 0
+    finally:
+        await devices.close()
+
+
+def run_raise(args: argparse.Namespace) -> int:
+    if args.level is not None and args.level < 0:
+        return fail("--level must not be negative", 2)
+    try:
+        return with_store(args, lambda store: _raise(store, args.key, args.level))
+    except StoreError as exc:
+        return fail(f"store: {exc}")
