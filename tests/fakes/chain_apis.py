@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Self
 
 from aiohttp import web
 
@@ -46,6 +47,18 @@ class _App:
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
 
 @dataclass
 class FakeNode(_App):
@@ -79,18 +92,6 @@ class FakeNode(_App):
             }
         )
 
-    async def __aenter__(self) -> FakeNode:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
 
 @dataclass
 class FakeTzkt(_App):
@@ -121,15 +122,3 @@ class FakeTzkt(_App):
             return web.json_response([] if level is None else [level])
 
         return handler
-
-    async def __aenter__(self) -> FakeTzkt:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
