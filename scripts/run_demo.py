@@ -14,7 +14,9 @@ MAINNET = "NetXdQprcVkpaWU"
 
 def main() -> int:
     demo = state_dir() / "demo"
-    demo.mkdir(parents=True, exist_ok=True, mode=0o700)
+    demo.parent.parent.mkdir(parents=True, exist_ok=True)
+    for d in (demo.parent, demo):  # the state dirs are ours alone: 0700
+        d.mkdir(exist_ok=True, mode=0o700)
     secret = SecretKey.generate("ed25519")
     pkh = secret.public_key.pkh
     config = demo / "config.toml"
