@@ -176,6 +176,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
         return 3
     except StoreCorrupt as exc:
         log.error("store is damaged, refusing to start: %s", exc)
+        await guard.close()
         return 1
     except StoreError as exc:
         log.error("cannot open the store %s: %s", config.store, exc)
