@@ -21,7 +21,7 @@ class BackendError(Exception):
 
 
 class BackendUnavailable(BackendError):
-    """The backend cannot sign right now (unplugged, reconnecting, locked): HTTP 503.
+    """The backend cannot sign right now (unplugged, reconnecting, not yet re-checked): HTTP 503.
 
     Raised by `ensure_ready` before the store step, so an unready device costs no level."""
 
